@@ -1,0 +1,44 @@
+"""Collect every bad field of a request, then fail once with all of them.
+
+A client fixing a form wants the whole list, not one error per round trip.
+"""
+
+from __future__ import annotations
+
+from shared.errors import FieldViolation, InvalidArgument
+
+
+class Violations:
+    """Accumulates field violations; ``raise_if_any`` raises one ``InvalidArgument``."""
+
+    def __init__(self) -> None:
+        self._items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str, reason: str = "") -> None:
+        self._items.append(FieldViolation(field, description, reason))
+
+    def check(self, ok: bool, field: str, description: str, reason: str = "") -> bool:
+        """Record a violation unless ``ok``; returns ``ok`` so callers can skip dependents."""
+        if not ok:
+            self.add(field, description, reason)
+        return ok
+
+    def require(self, value: object, field: str) -> bool:
+        """The field must be present (non-empty string, non-zero number, set message)."""
+        return self.check(bool(value), field, "is required", "REQUIRED")
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    @property
+    def items(self) -> list[FieldViolation]:
+        return list(self._items)
+
+    def raise_if_any(self, reason: str | None = None) -> None:
+        if not self._items:
+            return
+        first = self._items[0]
+        summary = f"{first.field}: {first.description}"
+        if len(self._items) > 1:
+            summary += f" (and {len(self._items) - 1} more)"
+        raise InvalidArgument(summary, violations=self._items, reason=reason)
