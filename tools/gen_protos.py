@@ -7,6 +7,7 @@ regenerate into a temporary folder and compare it with what is committed.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -47,6 +48,12 @@ def generate(out_dir: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    # grpc_python_out writes a stub module for every file; keep only those with services.
+    for proto in protos:
+        if not re.search(r"^service\s", (PROTO_ROOT / proto).read_text(), re.MULTILINE):
+            stem = out_dir / proto.removesuffix(".proto")
+            for suffix in ("_pb2_grpc.py", "_pb2_grpc.pyi"):
+                Path(f"{stem}{suffix}").unlink(missing_ok=True)
     # Generated modules import each other as loyalty.<pkg>.v1.*: make every folder a package.
     for folder in [package_root, *(p for p in package_root.rglob("*") if p.is_dir())]:
         (folder / "__init__.py").touch()

@@ -12,7 +12,9 @@ class PointsSettings(ClientSettings):
     default_grpc_port: ClassVar[int] = 50051
     default_metrics_port: ClassVar[int] = 9461
 
-    tiers_target: str = Field(description="gRPC target of the tiers service, e.g. dns:///tiers:50053")
+    tiers_target: str = Field(
+        description="gRPC target of the tiers service, e.g. dns:///tiers:50053"
+    )
     promotions_target: str = Field(
         description="gRPC target of the promotions service, e.g. dns:///promotions:50052"
     )

@@ -12,4 +12,6 @@ class PromotionsSettings(ClientSettings):
     default_grpc_port: ClassVar[int] = 50052
     default_metrics_port: ClassVar[int] = 9462
 
-    tiers_target: str = Field(description="gRPC target of the tiers service, e.g. dns:///tiers:50053")
+    tiers_target: str = Field(
+        description="gRPC target of the tiers service, e.g. dns:///tiers:50053"
+    )
