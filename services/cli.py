@@ -68,7 +68,7 @@ def migrate(
         raise typer.BadParameter("pass --database-url or set LOYALTY_DATABASE_URL")
     spec = get_spec(service)
     migrations.upgrade(url, spec.migrations_dir, spec.metadata)
-    typer.echo(f"{service}: {redact_url(url)} is at {migrations.current(url, spec.migrations_dir)}")
+    typer.echo(f"{service}: {redact_url(url)} is at {migrations.current(url)}")
 
 
 @app.command()
@@ -77,11 +77,20 @@ def up(
         Path, typer.Option(help="Folder for SQLite files and local keys.")
     ] = DEFAULT_DATA_DIR,
     host: Annotated[str, typer.Option(help="Address the services listen on.")] = "127.0.0.1",
+    base_port: Annotated[
+        int,
+        typer.Option(
+            help="gRPC port of the gateway; points, promotions, tiers use the next three."
+        ),
+    ] = 50050,
+    metrics_base_port: Annotated[
+        int, typer.Option(help="Metrics port of the gateway; the others use the next three.")
+    ] = 9460,
 ) -> None:
     """Start all four services locally on the embedded store; Ctrl-C stops them."""
-    from services.local_suite import run_suite
+    from services.local_suite import Ports, run_suite
 
-    raise typer.Exit(run_suite(data_dir, host))
+    raise typer.Exit(run_suite(data_dir, host, Ports(base_port, metrics_base_port)))
 
 
 def main() -> None:

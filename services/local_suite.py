@@ -26,6 +26,8 @@ from shared.keys_cli import write_key_file
 CREDENTIALS_FILE = "local-credentials.env"
 KEYS_FILE = "api-keys.json"
 READY_TIMEOUT_SECONDS = 30.0
+DEFAULT_GRPC_BASE = 50050  # gateway; points, promotions and tiers follow
+DEFAULT_METRICS_BASE = 9460
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,23 @@ def sqlite_url(data_dir: Path, service: str) -> str:
     return f"sqlite+aiosqlite:///{(data_dir / f'{service}.db').resolve()}"
 
 
+@dataclass(frozen=True)
+class Ports:
+    """Where each service listens: its default ports shifted so several suites can coexist."""
+
+    grpc_base: int = DEFAULT_GRPC_BASE
+    metrics_base: int = DEFAULT_METRICS_BASE
+
+    def grpc(self, service: str) -> int:
+        return get_spec(service).settings_cls.default_grpc_port - DEFAULT_GRPC_BASE + self.grpc_base
+
+    def metrics(self, service: str) -> int:
+        offset = get_spec(service).settings_cls.default_metrics_port - DEFAULT_METRICS_BASE
+        return offset + self.metrics_base
+
+
 def service_environment(
-    service: str, data_dir: Path, credentials: LocalCredentials, host: str
+    service: str, data_dir: Path, credentials: LocalCredentials, host: str, ports: Ports
 ) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -73,10 +90,11 @@ def service_environment(
         LOYALTY_API_KEYS_FILE=str(credentials.keys_file.resolve()),
         LOYALTY_SERVICE_KEY=credentials.service_key,
         LOYALTY_GRPC_HOST=host,
+        LOYALTY_GRPC_PORT=str(ports.grpc(service)),
+        LOYALTY_METRICS_PORT=str(ports.metrics(service)),
     )
     for callee in ("points", "promotions", "tiers"):
-        port = get_spec(callee).settings_cls.default_grpc_port
-        env[f"LOYALTY_{callee.upper()}_TARGET"] = f"dns:///{host}:{port}"
+        env[f"LOYALTY_{callee.upper()}_TARGET"] = f"dns:///{host}:{ports.grpc(callee)}"
     return env
 
 
@@ -94,7 +112,7 @@ def wait_until_serving(address: str, deadline: float) -> bool:
     return False
 
 
-def run_suite(data_dir: Path, host: str) -> int:
+def run_suite(data_dir: Path, host: str, ports: Ports) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     credentials = ensure_local_credentials(data_dir)
     for service in SERVICE_NAMES:
@@ -113,23 +131,22 @@ def run_suite(data_dir: Path, host: str) -> int:
         for service in SERVICE_NAMES:
             processes[service] = subprocess.Popen(  # noqa: S603 - fixed argv, our own CLI
                 [sys.executable, "-m", "services.cli", "serve", service],
-                env=service_environment(service, data_dir, credentials, host),
+                env=service_environment(service, data_dir, credentials, host, ports),
             )
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         print(f"{'service':<12} {'gRPC':<22} {'metrics':<28} pid")
         for service in SERVICE_NAMES:
-            settings_cls = get_spec(service).settings_cls
-            address = f"{host}:{settings_cls.default_grpc_port}"
+            address = f"{host}:{ports.grpc(service)}"
             if not wait_until_serving(address, deadline):
                 print(
                     f"{service} did not become ready at {address}; see its log above",
                     file=sys.stderr,
                 )
                 return 1
-            metrics = f"http://{host}:{settings_cls.default_metrics_port}/metrics"
+            metrics = f"http://{host}:{ports.metrics(service)}/metrics"
             print(f"{service:<12} {address:<22} {metrics:<28} {processes[service].pid}")
         print(f"\nAdmin API key and service key: {data_dir / CREDENTIALS_FILE} (local use only).")
-        print("Press Ctrl-C to stop.")
+        print("Press Ctrl-C to stop.", flush=True)
         while not stopping:
             for service, process in processes.items():
                 if process.poll() is not None:

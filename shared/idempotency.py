@@ -16,7 +16,6 @@ retry may run again (and succeed once the customer has the points).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -130,9 +129,16 @@ class Idempotency:
         }
         dialect = session.bind.dialect.name if session.bind is not None else ""
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(self._table).values(values).on_conflict_do_nothing()
+        # RETURNING says whether *we* inserted; rowcount is not reliable across drivers
+        # (async psycopg reports -1 here).
+        statement = (
+            insert(self._table)
+            .values(values)
+            .on_conflict_do_nothing()
+            .returning(self._table.c.request_id)
+        )
         result = await session.execute(statement)
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return result.first() is not None
 
     async def _stored(
         self, session: AsyncSession, scope: str, request_id: str
@@ -163,9 +169,3 @@ class Idempotency:
                 metadata={"original_method": stored_method.rsplit("/", 1)[-1]},
             )
         return response_type.FromString(payload)
-
-
-async def purge_older_than(session: AsyncSession, table: sa.Table, cutoff: dt.datetime) -> int:
-    """Drop keys past their retention (the window in which clients may retry)."""
-    result = await session.execute(sa.delete(table).where(table.c.created_at < cutoff))
-    return int(result.rowcount)  # type: ignore[attr-defined]

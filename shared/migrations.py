@@ -66,18 +66,12 @@ async def upgrade_async(
         await engine.dispose()
 
 
-async def current_async(
-    url: str,
-    migrations_dir: Path | None = None,
-    *,
-    version_table: str = DEFAULT_VERSION_TABLE,
-) -> str | None:
+async def current_async(url: str, *, version_table: str = DEFAULT_VERSION_TABLE) -> str | None:
     """The revision the database is at, or None before its first migration.
 
-    Only the version table is read; ``migrations_dir`` is accepted so that call sites
-    can mirror ``upgrade`` (compare with ``head(migrations_dir)`` to see if one is due).
+    Only the version table is read; compare with ``head(migrations_dir)`` to see
+    whether a migration is due.
     """
-    del migrations_dir
     engine = create_engine(url, pool_size=1)
     try:
         async with engine.connect() as connection:
@@ -103,14 +97,9 @@ def upgrade(
     _run(upgrade_async(url, migrations_dir, metadata, revision, version_table=version_table))
 
 
-def current(
-    url: str,
-    migrations_dir: Path | None = None,
-    *,
-    version_table: str = DEFAULT_VERSION_TABLE,
-) -> str | None:
+def current(url: str, *, version_table: str = DEFAULT_VERSION_TABLE) -> str | None:
     """``current_async`` for synchronous callers."""
-    return _run(current_async(url, migrations_dir, version_table=version_table))
+    return _run(current_async(url, version_table=version_table))
 
 
 def run_env(metadata: MetaData) -> None:

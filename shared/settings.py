@@ -37,9 +37,14 @@ class ServiceSettings(BaseSettings):
         "postgresql+psycopg://user:pass@host/db or sqlite+aiosqlite:///path/file.db",
     )
     grpc_host: str = Field("[::]", description="Address the gRPC server binds to.")
-    grpc_port: int = Field(0, ge=0, le=65535, description="gRPC port (0 = the service's default).")
-    metrics_port: int = Field(
-        -1, ge=-1, le=65535, description="Prometheus /metrics port (-1 = default, 0 = off)."
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="gRPC port (unset = the service's default, 0 = any free port).",
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus /metrics port (unset = default, 0 = off)."
     )
     max_concurrent_rpcs: int = Field(
         256, ge=1, description="RPCs served at once; further calls get RESOURCE_EXHAUSTED."
@@ -76,11 +81,11 @@ class ServiceSettings(BaseSettings):
 
     @property
     def effective_grpc_port(self) -> int:
-        return self.grpc_port or self.default_grpc_port
+        return self.default_grpc_port if self.grpc_port is None else self.grpc_port
 
     @property
     def effective_metrics_port(self) -> int:
-        return self.default_metrics_port if self.metrics_port == -1 else self.metrics_port
+        return self.default_metrics_port if self.metrics_port is None else self.metrics_port
 
     @classmethod
     def env_name(cls, field: str) -> str:

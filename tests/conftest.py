@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: databases.
+"""Fixtures shared by every test: databases and API keys.
 
 PostgreSQL starts only when a test asks for it (``pg_server``, ``pg_url``, ``db_url[pg]``),
 once per session; each test module gets its own empty database. Set
@@ -14,6 +14,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.postgres import PostgresServer, ThrowawayPostgres, start_postgres
+from tests.support.servers import TestKeys, make_keys
+
+
+@pytest.fixture(scope="session")
+def keys() -> TestKeys:
+    """A key per scope (admin, pos, reader, service), a program-limited and a revoked one."""
+    return make_keys()
 
 
 @pytest.fixture(scope="session")

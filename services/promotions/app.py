@@ -1,4 +1,7 @@
-"""Wiring of the promotions service (issue: Promotions engine). RPCs answer UNIMPLEMENTED for now."""
+"""Wiring of the promotions service (issue: Promotions engine).
+
+RPCs answer UNIMPLEMENTED until the engine is built.
+"""
 
 from pathlib import Path
 

@@ -64,15 +64,15 @@ class ServiceServer:
         *,
         clock: Clock | None = None,
         ids: IdGenerator | None = None,
-        key_store: auth.KeyStore | None = None,
         observer: RpcObserver | None = None,
+        health_check_interval: float = HEALTH_CHECK_INTERVAL_SECONDS,
     ) -> None:
         self.spec = spec
         self.settings = settings
         self.clock = clock or SystemClock()
         self.ids = ids or TimeOrderedIds()
-        self._key_store = key_store
         self._observer = observer
+        self._health_check_interval = health_check_interval
         self.port = 0
         self._server: aio.Server | None = None
         self._mounted: Mounted | None = None
@@ -86,7 +86,7 @@ class ServiceServer:
     async def start(self) -> int:
         settings = self.settings
         telemetry.instrument_engine(self.engine)
-        store = self._key_store or auth.KeyStore.from_settings(
+        store = auth.KeyStore.from_settings(
             settings.api_keys_file,
             settings.api_keys.get_secret_value() if settings.api_keys else None,
         )
@@ -142,7 +142,7 @@ class ServiceServer:
 
     async def _watch_database(self) -> None:
         while True:
-            await asyncio.sleep(HEALTH_CHECK_INTERVAL_SECONDS)
+            await asyncio.sleep(self._health_check_interval)
             await self._check_database()
 
     async def stop(self, grace: float | None = None) -> None:

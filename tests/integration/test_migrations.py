@@ -116,7 +116,7 @@ async def test_upgrade_in_steps_then_again(db_url: str, migrations_dir: Path) ->
 def test_sync_api_outside_an_event_loop(tmp_path: Path, migrations_dir: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'sync.db'}"
     upgrade(url, migrations_dir, METADATA, version_table="widget_versions")
-    assert current(url, migrations_dir, version_table="widget_versions") == "0002"
+    assert current(url, version_table="widget_versions") == "0002"
     assert current(url) is None  # the default version table was never created
 
 

@@ -14,6 +14,7 @@ from loyalty.points.v1 import points_service_pb2 as api
 from loyalty.points.v1 import points_service_pb2_grpc
 from services.points.api.mapping import program_from_proto, program_to_proto
 from services.points.application import programs
+from services.points.domain.program import validate_program
 from services.points.storage.uow import SqlPointsUnitOfWork
 from shared import pagination
 from shared.auth import ADMIN, POS, READ, ScopeMap, get_principal
@@ -95,6 +96,7 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
     ) -> api.CreateProgramResponse:
         violations = Violations()
         draft = program_from_proto(request.program, violations)
+        validate_program(draft, violations)  # report shape and rule problems in one answer
         violations.raise_if_any()
 
         async def create(uow: SqlPointsUnitOfWork) -> api.CreateProgramResponse:
