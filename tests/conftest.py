@@ -14,7 +14,28 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.postgres import PostgresServer, ThrowawayPostgres, start_postgres
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from shared import telemetry
 from tests.support.servers import TestKeys, make_keys
+
+
+@pytest.fixture(scope="session")
+def _span_exporter() -> Iterator[InMemorySpanExporter]:
+    telemetry.configure_tracing("loyalty-tests")
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    telemetry.add_span_processor(processor)
+    yield exporter
+    processor.shutdown()
+
+
+@pytest.fixture
+def spans(_span_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
+    """Every span finished during the test (one tracer provider per process, so shared)."""
+    _span_exporter.clear()
+    return _span_exporter
 
 
 @pytest.fixture(scope="session")

@@ -456,8 +456,8 @@ class PromotionServiceServicer:
         at least once; receivers deduplicate on event_id. To resume after a disconnect, pass the
         last sequence processed.
         Scope: reader, service or admin.
-        Errors: OUT_OF_RANGE SEQUENCE_EXPIRED (after_sequence is older than the retention;
-        metadata "oldest_sequence"), UNAVAILABLE (stream broken; resume).
+        Errors: FAILED_PRECONDITION `SEQUENCE_PRUNED` (after_sequence is older than the
+        retention; metadata `oldest_sequence`), UNAVAILABLE (stream broken; resume).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

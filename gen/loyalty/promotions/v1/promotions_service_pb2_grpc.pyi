@@ -226,8 +226,8 @@ class PromotionServiceStub:
     at least once; receivers deduplicate on event_id. To resume after a disconnect, pass the
     last sequence processed.
     Scope: reader, service or admin.
-    Errors: OUT_OF_RANGE SEQUENCE_EXPIRED (after_sequence is older than the retention;
-    metadata "oldest_sequence"), UNAVAILABLE (stream broken; resume).
+    Errors: FAILED_PRECONDITION `SEQUENCE_PRUNED` (after_sequence is older than the
+    retention; metadata `oldest_sequence`), UNAVAILABLE (stream broken; resume).
     """
 
 @_typing.type_check_only
@@ -428,8 +428,8 @@ class PromotionServiceAsyncStub(PromotionServiceStub):
     at least once; receivers deduplicate on event_id. To resume after a disconnect, pass the
     last sequence processed.
     Scope: reader, service or admin.
-    Errors: OUT_OF_RANGE SEQUENCE_EXPIRED (after_sequence is older than the retention;
-    metadata "oldest_sequence"), UNAVAILABLE (stream broken; resume).
+    Errors: FAILED_PRECONDITION `SEQUENCE_PRUNED` (after_sequence is older than the
+    retention; metadata `oldest_sequence`), UNAVAILABLE (stream broken; resume).
     """
 
 class PromotionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -765,8 +765,8 @@ class PromotionServiceServicer(metaclass=_abc_1.ABCMeta):
         at least once; receivers deduplicate on event_id. To resume after a disconnect, pass the
         last sequence processed.
         Scope: reader, service or admin.
-        Errors: OUT_OF_RANGE SEQUENCE_EXPIRED (after_sequence is older than the retention;
-        metadata "oldest_sequence"), UNAVAILABLE (stream broken; resume).
+        Errors: FAILED_PRECONDITION `SEQUENCE_PRUNED` (after_sequence is older than the
+        retention; metadata `oldest_sequence`), UNAVAILABLE (stream broken; resume).
         """
 
 def add_PromotionServiceServicer_to_server(servicer: PromotionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
