@@ -17,7 +17,8 @@ retry may run again (and succeed once the customer has the points).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -68,6 +69,16 @@ def validate_request_id(request_id: str, field: str = "request_id") -> None:
         )
 
 
+@dataclass(frozen=True)
+class NaturalKey:
+    """A second identity of a request, e.g. an order id: one effect per order, whatever
+    request_id the client sends. ``field`` names it in a REQUEST_ID_REUSED violation."""
+
+    scope: str
+    key: str
+    field: str
+
+
 class Idempotency:
     """Runs operations exactly once per (scope, request_id) within one service."""
 
@@ -85,10 +96,16 @@ class Idempotency:
         request: Message,
         response_type: type[M],
         operation: Callable[[U], Awaitable[M]],
+        natural_keys: Sequence[NaturalKey] = (),
     ) -> M:
-        """Run ``operation`` inside ``uow`` (not yet entered) once; commit; return the response."""
+        """Run ``operation`` inside ``uow`` (not yet entered) once; commit; return the response.
+
+        Every key (the request id and any ``natural_keys``) is recorded with the response in
+        the same transaction; a request that finds any of them taken replays that outcome.
+        """
         validate_request_id(request_id)
         digest = fingerprint(request)
+        keys = [NaturalKey(scope, request_id, "request_id"), *natural_keys]
         async with uow:
             try:
                 response = await operation(uow)
@@ -96,18 +113,22 @@ class Idempotency:
                 # A concurrent twin may have won the race and caused our failure
                 # (e.g. it spent the points first): its outcome is ours.
                 await uow.rollback()
-                stored = await self._stored(uow.session, scope, request_id)
-                if stored is None:
-                    raise
-                return self._replay(stored, method, digest, response_type)
-            if await self._record(uow.session, scope, request_id, method, digest, response):
-                await uow.commit()
-                return response
-            await uow.rollback()
-            stored = await self._stored(uow.session, scope, request_id)
-        if stored is None:  # pragma: no cover - a key never disappears within retention
-            raise RuntimeError("idempotency key vanished between conflict and read")
-        return self._replay(stored, method, digest, response_type)
+                for key in keys:
+                    stored = await self._stored(uow.session, key.scope, key.key)
+                    if stored is not None:
+                        return self._replay(stored, method, digest, response_type, key.field)
+                raise
+            for key in keys:
+                if not await self._record(
+                    uow.session, key.scope, key.key, method, digest, response
+                ):
+                    await uow.rollback()
+                    stored = await self._stored(uow.session, key.scope, key.key)
+                    if stored is None:  # pragma: no cover - keys never vanish within retention
+                        raise RuntimeError("idempotency key vanished between conflict and read")
+                    return self._replay(stored, method, digest, response_type, key.field)
+            await uow.commit()
+            return response
 
     async def _record(
         self,
@@ -152,18 +173,20 @@ class Idempotency:
 
     @staticmethod
     def _replay(
-        stored: tuple[str, bytes, bytes], method: str, digest: bytes, response_type: type[M]
+        stored: tuple[str, bytes, bytes],
+        method: str,
+        digest: bytes,
+        response_type: type[M],
+        field: str = "request_id",
     ) -> M:
         stored_method, stored_digest, payload = stored
         if stored_method != method or stored_digest != digest:
             raise InvalidArgument(
-                "request_id was already used for a different request",
+                f"{field} was already used for a different request",
                 reason="REQUEST_ID_REUSED",
                 violations=[
                     FieldViolation(
-                        "request_id",
-                        "was already used for a different request; use a new id",
-                        "REQUEST_ID_REUSED",
+                        field, "was already used for a different request", "REQUEST_ID_REUSED"
                     )
                 ],
                 metadata={"original_method": stored_method.rsplit("/", 1)[-1]},

@@ -8,6 +8,7 @@ reused with other filters is refused instead of silently skipping rows.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
@@ -65,3 +66,20 @@ def decode_token(token: str, filters: object) -> PageToken | None:
             "INVALID_PAGE_TOKEN",
         )
     return PageToken(after=after)
+
+
+def time_and_id(token: PageToken | None) -> tuple[dt.datetime, str] | None:
+    """The (created_at, id) position of a list ordered by creation; None for page one."""
+    if token is None:
+        return None
+    try:
+        created_at, item_id = token.after
+        return dt.datetime.fromisoformat(created_at), str(item_id)
+    except (TypeError, ValueError):
+        raise InvalidArgument.for_field(
+            "page_token", "is not a token this service issued", "INVALID_PAGE_TOKEN"
+        ) from None
+
+
+def time_and_id_token(created_at: dt.datetime, item_id: str, filters: object) -> str:
+    return encode_token([created_at.isoformat(), item_id], filters)

@@ -5,6 +5,8 @@ A client fixing a form wants the whole list, not one error per round trip.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from shared.errors import FieldViolation, InvalidArgument
 
 
@@ -42,3 +44,26 @@ class Violations:
         if len(self._items) > 1:
             summary += f" (and {len(self._items) - 1} more)"
         raise InvalidArgument(summary, violations=self._items, reason=reason)
+
+
+def check_update_mask(
+    paths: Sequence[str],
+    violations: Violations,
+    *,
+    allowed: frozenset[str],
+    immutable: frozenset[str] = frozenset(),
+) -> frozenset[str]:
+    """AIP-134 mask paths: non-empty, each one updatable; every problem goes to ``violations``."""
+    if not paths:
+        violations.add("update_mask", "must name at least one field", "INVALID_UPDATE_MASK")
+    for index, path in enumerate(paths):
+        field = f"update_mask.paths[{index}]"
+        if path in immutable:
+            violations.add(field, f"{path} cannot be changed", "FIELD_IMMUTABLE")
+        elif path not in allowed:
+            violations.add(
+                field,
+                f"unknown field {path!r}; allowed: {', '.join(sorted(allowed))}",
+                "INVALID_UPDATE_MASK",
+            )
+    return frozenset(paths)

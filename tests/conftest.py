@@ -12,12 +12,11 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-
-from tests.support.postgres import PostgresServer, ThrowawayPostgres, start_postgres
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared import telemetry
+from tests.support.postgres import PostgresServer, ThrowawayPostgres, start_postgres
 from tests.support.servers import TestKeys, make_keys
 
 

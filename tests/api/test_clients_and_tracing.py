@@ -77,7 +77,10 @@ async def test_one_trace_spans_client_server_and_sql(points, keys, spans):
     server = next(s for s in finished if s.kind == SpanKind.SERVER and "GetProgram" in s.name)
     trace_id = client.context.trace_id
     assert server.context.trace_id == trace_id
-    assert server.parent is not None and server.parent.span_id == client.context.span_id
-    sql = [s for s in finished if s.context.trace_id == trace_id and s.attributes.get("db.statement")]
+    assert server.parent is not None
+    assert server.parent.span_id == client.context.span_id
+    sql = [
+        s for s in finished if s.context.trace_id == trace_id and s.attributes.get("db.statement")
+    ]
     assert sql, "the SELECT ran inside the call's trace"
     assert any("programs" in str(s.attributes["db.statement"]) for s in sql)

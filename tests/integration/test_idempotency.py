@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2, wrappers_pb2
 from shared.clock import ManualClock
 from shared.db import create_engine, new_metadata
 from shared.errors import FailedPrecondition, InvalidArgument
-from shared.idempotency import Idempotency, fingerprint, idempotency_table
+from shared.idempotency import Idempotency, NaturalKey, fingerprint, idempotency_table
 from shared.uow import UnitOfWork, session_factory
 
 metadata = new_metadata()
@@ -134,3 +134,28 @@ def test_fingerprint_ignores_request_id_and_map_order():
     two.update({"b": 2, "a": 1})
     assert fingerprint(one) == fingerprint(two)
     assert fingerprint(one) != fingerprint(request("other"))
+
+
+async def test_a_natural_key_gives_one_effect_whatever_the_request_id(database, idempotency):
+    order = NaturalKey("prg_1/orders", "order-7", "order_id")
+
+    async def earn(request_id: str, payload: str = "a"):
+        return await idempotency.run(
+            UnitOfWork(session_factory(database)),
+            scope="prg_1",
+            request_id=request_id,
+            method="Increment",
+            request=request(payload),
+            response_type=wrappers_pb2.Int64Value,
+            operation=increment,
+            natural_keys=[order],
+        )
+
+    before = await counter(database)
+    answers = await asyncio.gather(*(earn(f"till-retry-{i}") for i in range(8)))
+    assert {a.value for a in answers} == {before + 1}
+    assert await counter(database) == before + 1
+    with pytest.raises(InvalidArgument) as refused:
+        await earn("till-retry-99", payload="other amount")
+    assert refused.value.reason == "REQUEST_ID_REUSED"
+    assert [v.field for v in refused.value.violations] == ["order_id"]

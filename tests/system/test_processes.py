@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.registry import SERVICE_NAMES, get_spec
-from shared import auth
+from shared import auth, migrations
 from shared.keys_cli import write_key_file
 
 LOYALTY = [sys.executable, "-m", "services.cli"]
@@ -99,7 +99,7 @@ def test_migrate_then_serve_then_sigterm_exits_cleanly(points_env):
         [*LOYALTY, "migrate", "points"], env=points_env, capture_output=True, text=True, timeout=60
     )
     assert migrated.returncode == 0, migrated.stderr
-    assert "is at 0001" in migrated.stdout
+    assert f"is at {migrations.head(get_spec('points').migrations_dir)}" in migrated.stdout
     assert "points.db" in migrated.stdout
     process = subprocess.Popen(
         [*LOYALTY, "serve", "points"], env=points_env, stderr=subprocess.PIPE, text=True

@@ -6,23 +6,29 @@ interceptor answers with UNIMPLEMENTED — nothing fakes success.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from grpc import aio
 
 from loyalty.points.v1 import points_service_pb2 as api
 from loyalty.points.v1 import points_service_pb2_grpc
+from services.points.api.earning_rpc import EarningRpc
+from services.points.api.events import event_from_record
+from services.points.api.ledger_rpc import LedgerRpc
 from services.points.api.mapping import program_from_proto, program_to_proto
+from services.points.api.rewards_rpc import RewardsRpc
 from services.points.application import programs
+from services.points.domain.ports import TierBenefitsSource, VoucherIssuer
 from services.points.domain.program import validate_program
 from services.points.storage.uow import SqlPointsUnitOfWork
 from shared import pagination
-from shared.auth import ADMIN, POS, READ, ScopeMap, get_principal
+from shared.auth import ADMIN, ALL_PROGRAMS, POS, READ, ScopeMap, get_principal
 from shared.clock import Clock
 from shared.errors import InvalidArgument
 from shared.idempotency import Idempotency
 from shared.ids import IdGenerator
-from shared.validation import Violations
+from shared.outbox import OutboxRecord
+from shared.validation import Violations, check_update_mask
 
 Context = aio.ServicerContext[object, object]
 
@@ -53,41 +59,33 @@ SCOPES = ScopeMap(
     IngestBacklog=POS,
 )
 
+# (after_sequence, program_ids or None for all) -> the outbox feed, oldest first, forever.
+EventFeed = Callable[..., AsyncIterator[OutboxRecord]]
+
 IMMUTABLE_PROGRAM_FIELDS = frozenset({"program_id", "currency_code", "created_at", "updated_at"})
 
 
-def _update_mask_fields(
-    paths: list[str], allowed: frozenset[str], immutable: frozenset[str]
-) -> frozenset[str]:
-    violations = Violations()
-    if not paths:
-        violations.add("update_mask", "must name at least one field", "INVALID_UPDATE_MASK")
-    for index, path in enumerate(paths):
-        field = f"update_mask.paths[{index}]"
-        if path in immutable:
-            violations.add(field, f"{path} cannot be changed", "FIELD_IMMUTABLE")
-        elif path not in allowed:
-            violations.add(
-                field,
-                f"unknown field {path!r}; allowed: {', '.join(sorted(allowed))}",
-                "INVALID_UPDATE_MASK",
-            )
-    violations.raise_if_any()
-    return frozenset(paths)
-
-
-class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
+# RewardsRpc extends LedgerRpc (it reuses its mutation runner), so it comes first.
+class PointsServicer(
+    EarningRpc, RewardsRpc, LedgerRpc, points_service_pb2_grpc.PointsServiceServicer
+):
     def __init__(
         self,
         uow: Callable[[], SqlPointsUnitOfWork],
         idempotency: Idempotency,
         clock: Clock,
         ids: IdGenerator,
+        tiers: TierBenefitsSource,
+        events: EventFeed,
+        vouchers: VoucherIssuer,
     ) -> None:
         self._uow = uow
         self._idempotency = idempotency
         self._clock = clock
         self._ids = ids
+        self._tiers = tiers
+        self._events = events
+        self._vouchers = vouchers
 
     # -- programs ----------------------------------------------------------------------
 
@@ -129,9 +127,14 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         if not program_id:
             raise InvalidArgument.for_field("program.program_id", "is required", "REQUIRED")
         get_principal().require_program(program_id)
-        fields = _update_mask_fields(
-            list(request.update_mask.paths), programs.UPDATABLE_FIELDS, IMMUTABLE_PROGRAM_FIELDS
+        mask_violations = Violations()
+        fields = check_update_mask(
+            request.update_mask.paths,
+            mask_violations,
+            allowed=programs.UPDATABLE_FIELDS,
+            immutable=IMMUTABLE_PROGRAM_FIELDS,
         )
+        mask_violations.raise_if_any()
         violations = Violations()
         values = program_from_proto(request.program, violations)
         # Enum fields outside the mask may be unset: only named fields must be valid.
@@ -168,3 +171,24 @@ class PointsServicer(points_service_pb2_grpc.PointsServiceServicer):
         if more:
             response.next_page_token = pagination.encode_token([page[-1].program_id], filters={})
         return response
+
+    # -- events ------------------------------------------------------------------------
+
+    async def WatchEvents(
+        self, request: api.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[api.WatchEventsResponse]:
+        if request.after_sequence < 0:
+            raise InvalidArgument.for_field(
+                "after_sequence", "must not be negative", "OUT_OF_RANGE"
+            )
+        principal = get_principal()
+        program_ids: set[str] | None
+        if request.program_id:
+            principal.require_program(request.program_id)
+            program_ids = {request.program_id}
+        else:
+            program_ids = None if principal.programs is ALL_PROGRAMS else set(principal.programs)
+        async for record in self._events(
+            after_sequence=request.after_sequence, program_ids=program_ids
+        ):
+            yield api.WatchEventsResponse(event=event_from_record(record))

@@ -54,6 +54,7 @@ async def create_program(
     validate_program(program, violations)
     violations.raise_if_any()
     await uow.programs.add(program)
+    await uow.events.program_changed(program)
     return program
 
 
@@ -98,6 +99,7 @@ async def update_program(
     validate_program(updated, violations)
     violations.raise_if_any()
     await uow.programs.update(updated)
+    await uow.events.program_changed(updated)
     return updated
 
 

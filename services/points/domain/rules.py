@@ -335,7 +335,7 @@ def _validate_line_multiplier(rule: LineMultiplier, violations: Violations, path
 
 
 def _validate_custom_event_rule(rule: CustomEventRule, violations: Violations, path: str) -> None:
-    _check_text(rule.event_type, f"{path}.event_type", MAX_EVENT_TYPE_LENGTH, violations)
+    validate_event_type(rule.event_type, f"{path}.event_type", violations)
     _check_range(rule.points, 1, MAX_POINTS, f"{path}.points", violations)
     if rule.frequency_cap is not None:
         _check_range(
@@ -380,7 +380,12 @@ def _validate_event_types(
             "INVALID_FORMAT",
         )
     for index, event_type in enumerate(event_types):
-        _check_text(event_type, f"{path}.event_types[{index}]", MAX_EVENT_TYPE_LENGTH, violations)
+        validate_event_type(event_type, f"{path}.event_types[{index}]", violations)
+
+
+def validate_event_type(event_type: str, field: str, violations: Violations) -> None:
+    """An event type is any string of 1 to 64 characters."""
+    _check_text(event_type, field, MAX_EVENT_TYPE_LENGTH, violations)
 
 
 def _check_text(value: str, field: str, max_length: int, violations: Violations) -> None:

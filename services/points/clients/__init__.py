@@ -1,0 +1,1 @@
+"""Clients of the other services of the suite, behind the points domain's ports."""
