@@ -8,9 +8,11 @@ reported without the password.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import Connection, MetaData, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -149,3 +151,9 @@ def _begin_immediate(connection: Connection) -> None:
     # and then writes fails at once with SQLITE_BUSY when another writer got in between;
     # an immediate one waits (busy_timeout) and then sees the other's committed changes.
     connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def after_position(created_at: Any, item_id: Any, position: tuple[dt.datetime, str]) -> Any:
+    """Keyset condition for lists ordered by (created_at, id): rows after ``position``."""
+    at, after_id = position
+    return sa.or_(created_at > at, sa.and_(created_at == at, item_id > after_id))

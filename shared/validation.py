@@ -5,9 +5,13 @@ A client fixing a form wants the whole list, not one error per round trip.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from shared.errors import FieldViolation, InvalidArgument
+
+E = TypeVar("E")
+K = TypeVar("K", bound=int)  # a protobuf enum value
 
 
 class Violations:
@@ -67,3 +71,16 @@ def check_update_mask(
                 "INVALID_UPDATE_MASK",
             )
     return frozenset(paths)
+
+
+def enum_filter(
+    values: Iterable[K], known: Mapping[K, E], violations: Violations, field: str
+) -> frozenset[E]:
+    """A repeated-enum list filter: unset entries mean "no filter", unknown ones are bad."""
+    chosen: set[E] = set()
+    for index, value in enumerate(values):
+        if value in known:
+            chosen.add(known[value])
+        elif value:
+            violations.add(f"{field}[{index}]", f"{value} is not a known value", "INVALID_ENUM")
+    return frozenset(chosen)

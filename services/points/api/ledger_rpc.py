@@ -19,12 +19,12 @@ from services.points.api.ledger_mapping import (
 )
 from services.points.application import ledger
 from services.points.application.programs import program_not_found
-from services.points.domain.ledger import EntryType, customer_not_found
+from services.points.domain.ledger import customer_not_found
 from shared import pagination
 from shared.auth import get_principal
 from shared.errors import NotFound
 from shared.proto_types import from_timestamp
-from shared.validation import Violations
+from shared.validation import Violations, enum_filter
 
 if TYPE_CHECKING:
     from services.points.storage.uow import SqlPointsUnitOfWork
@@ -240,12 +240,7 @@ class LedgerRpc:
     ) -> api.ListTransactionsResponse:
         violations = Violations()
         program_id, customer_id = self._customer(request, violations)
-        types: frozenset[EntryType] = frozenset()
-        for index, value in enumerate(request.types):
-            if value in ENTRY_TYPES_BY_VALUE:
-                types |= {ENTRY_TYPES_BY_VALUE[value]}
-            elif value:
-                violations.add(f"types[{index}]", "is not a known entry type", "INVALID_ENUM")
+        types = enum_filter(request.types, ENTRY_TYPES_BY_VALUE, violations, "types")
         violations.raise_if_any()
         after = from_timestamp(request.created_after) if request.HasField("created_after") else None
         until = (

@@ -8,6 +8,7 @@ and not the other fails at import.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from loyalty.points.v1 import resources_pb2 as pb
 from loyalty.type.v1 import customer_pb2, money_pb2
@@ -24,7 +25,7 @@ from services.points.domain.rewards import (
 )
 from services.points.domain.rules import Limit, LimitPeriod, Money
 from shared.proto_types import EPOCH, to_timestamp
-from shared.validation import Violations
+from shared.validation import Violations, enum_filter
 
 _KINDS = {pb.RewardKind.Value(f"REWARD_KIND_{kind.name}"): kind for kind in RewardKind}
 _KIND_VALUES = {kind: value for value, kind in _KINDS.items()}
@@ -107,16 +108,10 @@ def _item(message: pb.Reward, violations: Violations, prefix: str) -> RewardItem
 
 
 def kinds_from_proto(
-    values: Iterable[pb.RewardKind.ValueType], violations: Violations, field: str = "kinds"
+    values: Iterable[Any], violations: Violations, field: str = "kinds"
 ) -> frozenset[RewardKind]:
     """A list filter: unspecified entries mean "no filter", unknown ones are violations."""
-    kinds: set[RewardKind] = set()
-    for index, value in enumerate(values):
-        if value in _KINDS:
-            kinds.add(_KINDS[value])
-        elif value:
-            violations.add(f"{field}[{index}]", f"{value} is not a known kind", "INVALID_ENUM")
-    return frozenset(kinds)
+    return enum_filter(values, _KINDS, violations, field)
 
 
 def payment_option_from_proto(

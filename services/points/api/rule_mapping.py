@@ -41,7 +41,7 @@ from services.points.domain.rules import (
     TimeWindowMultiplierRule,
 )
 from shared.proto_types import EPOCH, from_timestamp, to_timestamp
-from shared.validation import Violations
+from shared.validation import Violations, enum_filter
 
 # The proto field of each kind, e.g. "order_rule": the `kind` oneof and update-mask paths.
 KIND_FIELDS = frozenset(kind.value for kind in RuleKind)
@@ -191,16 +191,10 @@ def _time_window_rule(
 
 
 def kinds_from_proto(
-    values: Iterable[pb.EarningRuleKind.ValueType], violations: Violations, field: str = "kinds"
+    values: Iterable[Any], violations: Violations, field: str = "kinds"
 ) -> frozenset[RuleKind]:
     """A list filter: unspecified entries mean "no filter", unknown ones are violations."""
-    kinds: set[RuleKind] = set()
-    for index, value in enumerate(values):
-        if value in _KINDS:
-            kinds.add(_KINDS[value])
-        elif value:
-            violations.add(f"{field}[{index}]", f"{value} is not a known kind", "INVALID_ENUM")
-    return frozenset(kinds)
+    return enum_filter(values, _KINDS, violations, field)
 
 
 # ------------------------------------------------------------------------------ rules out

@@ -27,6 +27,7 @@ from services.points.domain.rewards import (
 from services.points.domain.rules import Limit, LimitPeriod, Money
 from services.points.storage.reward_tables import reward_limit_counts, reward_redemptions, rewards
 from services.points.storage.tables import idempotency_keys
+from shared.db import after_position
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -138,13 +139,7 @@ class SqlRewardRepository:
             .limit(limit)
         )
         if after is not None:
-            created_at, reward_id = after
-            query = query.where(
-                sa.or_(
-                    c.created_at > created_at,
-                    sa.and_(c.created_at == created_at, c.reward_id > reward_id),
-                )
-            )
+            query = query.where(after_position(c.created_at, c.reward_id, after))
         if kinds:
             query = query.where(c.kind.in_([kind.value for kind in kinds]))
         if in_stock_only:

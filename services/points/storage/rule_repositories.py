@@ -34,6 +34,7 @@ from services.points.domain.rules import (
     TimeWindowMultiplierRule,
 )
 from services.points.storage.rule_tables import earning_rules, event_awards
+from shared.db import after_position
 
 _MULTIPLIER_KINDS = (RuleKind.TIME_WINDOW_MULTIPLIER.value, RuleKind.TIER_MULTIPLIER.value)
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -250,13 +251,7 @@ class SqlEarningRuleRepository:
             .limit(limit)
         )
         if after is not None:
-            created_at, rule_id = after
-            query = query.where(
-                sa.or_(
-                    c.created_at > created_at,
-                    sa.and_(c.created_at == created_at, c.rule_id > rule_id),
-                )
-            )
+            query = query.where(after_position(c.created_at, c.rule_id, after))
         if kinds:
             query = query.where(c.kind.in_([kind.value for kind in kinds]))
         if not include_archived:
