@@ -79,7 +79,8 @@ async def test_every_change_is_streamed_in_order_and_resumable(stub, points, pro
         metadata=points.md(),
     )
     await stub.Redeem(
-        api.RedeemRequest(request_id=rid(), customer=customer, points=20), metadata=points.md()
+        api.RedeemRequest(request_id=rid(), customer=customer, points=20, reason="test"),
+        metadata=points.md(),
     )
     events = await asyncio.wait_for(collect(stub, points, 3, program_id=program_id), 10)
     assert [e.WhichOneof("payload") for e in events] == [

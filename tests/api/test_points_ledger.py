@@ -97,7 +97,7 @@ async def test_redeem_spends_and_a_retry_replays(stub, points, customer):
 
 async def test_insufficient_points_tells_the_cashier_what_is_available(stub, points, customer):
     await give(stub, points, customer, 25)
-    request = api.RedeemRequest(request_id=rid(), customer=customer, points=26)
+    request = api.RedeemRequest(request_id=rid(), customer=customer, points=26, reason="test")
     error = rich_error(await failure(stub.Redeem(request, metadata=points.md("pos"))))
     assert error.code == grpc.StatusCode.FAILED_PRECONDITION
     assert error.info.reason == "INSUFFICIENT_POINTS"
@@ -106,7 +106,7 @@ async def test_insufficient_points_tells_the_cashier_what_is_available(stub, poi
 
 
 async def test_unknown_customer_and_unknown_program_are_told_apart(stub, points, customer):
-    request = api.RedeemRequest(request_id=rid(), customer=customer, points=1)
+    request = api.RedeemRequest(request_id=rid(), customer=customer, points=1, reason="test")
     assert (
         rich_error(await failure(stub.Redeem(request, metadata=points.md()))).info.reason
         == "CUSTOMER_NOT_FOUND"
@@ -121,10 +121,12 @@ async def test_unknown_customer_and_unknown_program_are_told_apart(stub, points,
 
 async def test_bad_amounts_are_invalid_with_field_violations(stub, points, customer):
     for amount in (0, -5, 10**12 + 1):
-        request = api.RedeemRequest(request_id=rid(), customer=customer, points=amount)
+        request = api.RedeemRequest(
+            request_id=rid(), customer=customer, points=amount, reason="test"
+        )
         error = rich_error(await failure(stub.Redeem(request, metadata=points.md())))
         assert error.violations["points"].reason == "OUT_OF_RANGE"
-    request = api.RedeemRequest(request_id=rid(), points=5)
+    request = api.RedeemRequest(request_id=rid(), points=5, reason="test")
     error = rich_error(await failure(stub.Redeem(request, metadata=points.md())))
     assert {"customer.program_id", "customer.customer_id"} <= set(error.violations)
 
@@ -146,7 +148,9 @@ async def test_a_hot_account_is_never_overdrawn_by_concurrent_redeems(
     await give(stub, points, customer, 300)
 
     async def redeem() -> str:
-        request = api.RedeemRequest(request_id=rid("hot"), customer=customer, points=10)
+        request = api.RedeemRequest(
+            request_id=rid("hot"), customer=customer, points=10, reason="test"
+        )
         try:
             await stub.Redeem(request, metadata=points.md("pos"))
         except aio.AioRpcError as error:
@@ -163,7 +167,7 @@ async def test_a_hot_account_is_never_overdrawn_by_concurrent_redeems(
 
 async def test_concurrent_retries_of_one_request_spend_once(stub, points, customer, engine):
     await give(stub, points, customer, 50)
-    request = api.RedeemRequest(request_id=rid("dup"), customer=customer, points=20)
+    request = api.RedeemRequest(request_id=rid("dup"), customer=customer, points=20, reason="test")
     replies = await asyncio.gather(
         *(stub.Redeem(request, metadata=points.md("pos")) for _ in range(20))
     )
@@ -187,7 +191,9 @@ async def test_holds_and_redeems_racing_never_overdraw(stub, points, customer, e
             return 0
 
     async def redeem() -> int:
-        request = api.RedeemRequest(request_id=rid("r"), customer=customer, points=10)
+        request = api.RedeemRequest(
+            request_id=rid("r"), customer=customer, points=10, reason="test"
+        )
         try:
             await stub.Redeem(request, metadata=points.md("pos"))
             return 10
@@ -239,7 +245,8 @@ async def test_history_is_newest_first_and_pages_without_gaps(stub, points, cust
     await give(stub, points, customer, 100)
     for _ in range(5):
         await stub.Redeem(
-            api.RedeemRequest(request_id=rid(), customer=customer, points=1), metadata=points.md()
+            api.RedeemRequest(request_id=rid(), customer=customer, points=1, reason="test"),
+            metadata=points.md(),
         )
     seen, token = [], ""
     while True:

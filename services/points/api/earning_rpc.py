@@ -17,7 +17,12 @@ from google.protobuf.message import Message
 
 from loyalty.points.v1 import points_service_pb2 as api
 from loyalty.points.v1 import resources_pb2 as pb
-from services.points.api.ledger_mapping import balance_to_proto, customer_from_proto, entry_to_proto
+from services.points.api.ledger_mapping import (
+    balance_to_proto,
+    check_order_id,
+    customer_from_proto,
+    entry_to_proto,
+)
 from services.points.api.rule_mapping import (
     KIND_FIELDS,
     contribution_to_proto,
@@ -51,7 +56,6 @@ UPDATABLE_RULE_FIELDS = frozenset({"display_name", "description"}) | KIND_FIELDS
 IMMUTABLE_RULE_FIELDS = frozenset(
     {"rule_id", "program_id", "state", "revision", "created_at", "updated_at", "archived_at"}
 )
-MAX_ORDER_ID_LENGTH = 128
 
 
 class EarningRpc:
@@ -180,7 +184,7 @@ class EarningRpc:
     ) -> api.EarnForOrderResponse:
         violations = Violations()
         program_id, customer_id = _customer(request.customer, violations)
-        _check_order_id(request.order_id, violations)  # it is also an idempotency key
+        check_order_id(request.order_id, violations, required=True)  # also an idempotency key
         order = order_from_proto(request, customer_id, violations)
         violations.raise_if_any()
         ctx = ledger.Context(
@@ -232,16 +236,6 @@ def _customer(ref: Any, violations: Violations) -> tuple[str, str]:
     program_id, customer_id = customer_from_proto(ref, violations)
     _require_program_access(program_id)
     return program_id, customer_id
-
-
-def _check_order_id(order_id: str, violations: Violations) -> None:
-    if violations.require(order_id, "order_id"):
-        violations.check(
-            len(order_id) <= MAX_ORDER_ID_LENGTH and order_id.isprintable(),
-            "order_id",
-            f"must be 1 to {MAX_ORDER_ID_LENGTH} printable characters",
-            "INVALID_FORMAT",
-        )
 
 
 def _rule_update_fields(paths: Sequence[str]) -> frozenset[str]:

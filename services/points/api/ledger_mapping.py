@@ -135,3 +135,33 @@ def hold_to_proto(hold: Hold) -> pb.Hold:
     if hold.finished_at is not None:
         message.finished_at.CopyFrom(to_timestamp(hold.finished_at))
     return message
+
+
+MAX_ORDER_ID_LENGTH = 128
+MAX_REASON_LENGTH = 200
+
+
+def check_order_id(order_id: str, violations: Violations, *, required: bool) -> None:
+    """The merchant's order id: 1 to 128 printable characters (it is stored and keyed on)."""
+    if not order_id:
+        if required:
+            violations.require(order_id, "order_id")
+        return
+    violations.check(
+        len(order_id) <= MAX_ORDER_ID_LENGTH and order_id.isprintable(),
+        "order_id",
+        f"must be 1 to {MAX_ORDER_ID_LENGTH} printable characters",
+        "INVALID_FORMAT",
+    )
+
+
+def check_reason(reason: str, violations: Violations, *, required: bool) -> None:
+    """A reason shown in the history: at most 200 characters, required where it says so."""
+    if required:
+        violations.require(reason.strip(), "reason")
+    violations.check(
+        len(reason) <= MAX_REASON_LENGTH,
+        "reason",
+        f"must be at most {MAX_REASON_LENGTH} characters",
+        "TOO_LONG",
+    )

@@ -12,7 +12,9 @@ from loyalty.points.v1 import points_service_pb2 as api
 from services.points.api.ledger_mapping import (
     ENTRY_TYPES_BY_VALUE,
     balance_to_proto,
+    check_order_id,
     check_points,
+    check_reason,
     customer_from_proto,
     entry_to_proto,
     hold_to_proto,
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 M = TypeVar("M", bound=Message)
 Context = Any
 
-MAX_REASON_LENGTH = 500
 DEFAULT_HOLD_TTL = dt.timedelta(minutes=15)
 MAX_HOLD_TTL = dt.timedelta(days=7)
 
@@ -51,16 +52,6 @@ class LedgerRpc:
         if program_id:
             get_principal().require_program(program_id)
         return program_id, customer_id
-
-    def _reason(self, reason: str, violations: Violations, *, required: bool) -> None:
-        if required:
-            violations.require(reason.strip(), "reason")
-        violations.check(
-            len(reason) <= MAX_REASON_LENGTH,
-            "reason",
-            f"must be at most {MAX_REASON_LENGTH} characters",
-            "TOO_LONG",
-        )
 
     async def _mutate(
         self,
@@ -106,7 +97,8 @@ class LedgerRpc:
         violations = Violations()
         program_id, customer_id = self._customer(request, violations)
         check_points(request.points, violations)
-        self._reason(request.reason, violations, required=False)
+        check_reason(request.reason, violations, required=True)
+        check_order_id(request.order_id, violations, required=False)
         violations.raise_if_any()
 
         async def redeem(uow: SqlPointsUnitOfWork, ctx: ledger.Context) -> api.RedeemResponse:
@@ -127,7 +119,8 @@ class LedgerRpc:
         violations = Violations()
         program_id, customer_id = self._customer(request, violations)
         check_points(request.points, violations)
-        self._reason(request.reason, violations, required=False)
+        check_reason(request.reason, violations, required=False)
+        check_order_id(request.order_id, violations, required=False)
         ttl = request.ttl.ToTimedelta() if request.HasField("ttl") else DEFAULT_HOLD_TTL
         violations.check(
             dt.timedelta(0) < ttl <= MAX_HOLD_TTL,
@@ -160,6 +153,7 @@ class LedgerRpc:
         points = request.points if request.HasField("points") else None
         if points is not None:
             check_points(points, violations)
+        check_order_id(request.order_id, violations, required=False)
         violations.raise_if_any()
 
         async def capture(uow: SqlPointsUnitOfWork, ctx: ledger.Context) -> api.CaptureHoldResponse:
@@ -182,7 +176,7 @@ class LedgerRpc:
         violations = Violations()
         program_id, customer_id = self._customer(request, violations)
         violations.require(request.hold_id, "hold_id")
-        self._reason(request.reason, violations, required=False)
+        check_reason(request.reason, violations, required=False)
         violations.raise_if_any()
 
         async def release(uow: SqlPointsUnitOfWork, ctx: ledger.Context) -> api.ReleaseHoldResponse:
@@ -204,7 +198,7 @@ class LedgerRpc:
         violations = Violations()
         program_id, customer_id = self._customer(request, violations)
         check_points(request.points, violations, signed=True)
-        self._reason(request.reason, violations, required=True)
+        check_reason(request.reason, violations, required=True)
         violations.raise_if_any()
 
         async def adjust(uow: SqlPointsUnitOfWork, ctx: ledger.Context) -> api.AdjustResponse:

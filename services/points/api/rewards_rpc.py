@@ -8,7 +8,7 @@ that transaction, and what that costs, is explained in ``application.rewards``.
 from __future__ import annotations
 
 from loyalty.points.v1 import points_service_pb2 as api
-from services.points.api.ledger_mapping import balance_to_proto, entry_to_proto
+from services.points.api.ledger_mapping import balance_to_proto, check_order_id, entry_to_proto
 from services.points.api.ledger_rpc import Context, LedgerRpc
 from services.points.api.reward_mapping import (
     kinds_from_proto,
@@ -25,8 +25,6 @@ from services.points.storage.uow import SqlPointsUnitOfWork
 from shared import pagination
 from shared.auth import get_principal
 from shared.validation import Violations
-
-MAX_ORDER_ID_LENGTH = 128
 
 
 class RewardsRpc(LedgerRpc):
@@ -89,12 +87,7 @@ class RewardsRpc(LedgerRpc):
         program_id, customer_id = self._customer(request, violations)
         violations.require(request.reward_id, "reward_id")
         option = payment_option_from_proto(request.payment_option, violations)
-        violations.check(
-            len(request.order_id) <= MAX_ORDER_ID_LENGTH and request.order_id.isprintable(),
-            "order_id",
-            f"must be at most {MAX_ORDER_ID_LENGTH} printable characters",
-            "INVALID_FORMAT",
-        )
+        check_order_id(request.order_id, violations, required=False)
         violations.raise_if_any()
 
         async def redeem(uow: SqlPointsUnitOfWork, ctx: ledger.Context) -> api.RedeemRewardResponse:

@@ -16,6 +16,7 @@ from services.points.api.earning_rpc import EarningRpc
 from services.points.api.events import event_from_record
 from services.points.api.ledger_rpc import LedgerRpc
 from services.points.api.mapping import program_from_proto, program_to_proto
+from services.points.api.refunds_rpc import RefundsRpc
 from services.points.api.rewards_rpc import RewardsRpc
 from services.points.application import programs
 from services.points.domain.ports import TierBenefitsSource, VoucherIssuer
@@ -65,9 +66,13 @@ EventFeed = Callable[..., AsyncIterator[OutboxRecord]]
 IMMUTABLE_PROGRAM_FIELDS = frozenset({"program_id", "currency_code", "created_at", "updated_at"})
 
 
-# RewardsRpc extends LedgerRpc (it reuses its mutation runner), so it comes first.
+# RefundsRpc and RewardsRpc extend LedgerRpc (they reuse its helpers), so they come first.
 class PointsServicer(
-    EarningRpc, RewardsRpc, LedgerRpc, points_service_pb2_grpc.PointsServiceServicer
+    EarningRpc,
+    RefundsRpc,
+    RewardsRpc,
+    LedgerRpc,
+    points_service_pb2_grpc.PointsServiceServicer,
 ):
     def __init__(
         self,

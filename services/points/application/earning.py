@@ -26,9 +26,10 @@ from services.points.domain.earning import (
     TierBenefits,
     needs_tier_benefits,
 )
-from services.points.domain.ledger import Account, Balance, Delta, Entry, EntryType, summarize
+from services.points.domain.ledger import Account, Balance, Delta, Entry, EntryType, Lot, summarize
 from services.points.domain.ports import PointsUnitOfWork, TierBenefitsSource
 from services.points.domain.program import Program
+from services.points.domain.refunds import OrderedLine, OrderRecord
 from services.points.domain.rules import (
     CustomEventRule,
     EarningRule,
@@ -222,19 +223,48 @@ async def earn_for_order(
     moves = _earn_movements(
         program, earning.contributions, order.occurred_at, pending=pending, order_id=order.order_id
     )
-    if not moves:
-        return earning, [], await _balance(uow, await _open_account(uow, ctx))
-    entries, account = await ledger.credit(
-        uow,
-        ctx,
-        program,
-        moves,
-        occurred_at=order.occurred_at,
-        pending=pending,
-        earned=True,
-        order_id=order.order_id,
+    entries: list[Entry] = []
+    if moves:
+        entries, account = await ledger.credit(
+            uow,
+            ctx,
+            program,
+            moves,
+            occurred_at=order.occurred_at,
+            pending=pending,
+            earned=True,
+            order_id=order.order_id,
+        )
+    else:
+        account = await _open_account(uow, ctx)
+    lots = await uow.lots.open_lots(ctx.program_id, ctx.customer_id)
+    # Recorded even when nothing was earned: points spent on the order may be restored
+    # later, and partial refunds need the amount and the lines.
+    await uow.orders.record_earned(_order_record(ctx, order, entries, lots), ctx.now)
+    return earning, entries, summarize(account, lots)
+
+
+def _order_record(
+    ctx: ledger.Context, order: Order, entries: Sequence[Entry], lots: Sequence[Lot]
+) -> OrderRecord:
+    # The order earns once per program, so a pending lot of this order is its earning's.
+    pending_lot = next(
+        (lot for lot in lots if lot.order_id == order.order_id and lot.available_at is not None),
+        None,
     )
-    return earning, entries, await _balance(uow, account)
+    return OrderRecord(
+        program_id=ctx.program_id,
+        customer_id=ctx.customer_id,
+        order_id=order.order_id,
+        amount=order.amount,
+        lines=tuple(
+            OrderedLine(line.line_id, line.quantity, line.unit_price.amount_minor)
+            for line in order.lines
+        )
+        or None,
+        points_earned=sum(entry.points for entry in entries),
+        pending_lot_id=None if pending_lot is None else pending_lot.lot_id,
+    )
 
 
 async def record_event(

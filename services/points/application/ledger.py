@@ -153,6 +153,8 @@ async def redeem(
         EntryType.REDEEM, available=-points, reason=reason, order_id=order_id, reward_id=reward_id
     )
     [entry] = await _record(uow, after, delta, [move], ctx)
+    if order_id:  # a refund of the order restores them
+        await uow.orders.record_spent(ctx.program_id, ctx.customer_id, order_id, points, ctx.now)
     return entry, summarize(after, lots)
 
 
@@ -166,8 +168,10 @@ async def credit(
     pending: bool,
     earned: bool,
     order_id: str = "",
+    spent: int = 0,
 ) -> tuple[list[Entry], Account]:
-    """Add points (earning or a positive adjustment) as one lot, pending or spendable.
+    """Add points (earning, a positive adjustment, a refund's restore) as one lot, pending
+    or spendable. ``spent`` changes lifetime_spent (a restore gives spent points back).
 
     Spendable credits pay off a debt first: the lot holds only what the balance gains.
     """
@@ -177,6 +181,7 @@ async def credit(
         available=0 if pending else points,
         pending=points if pending else 0,
         earned=points if earned else 0,
+        spent=spent,
         entries=len(movements),
     )
     after = await uow.accounts.credit(ctx.program_id, ctx.customer_id, delta, ctx.now)
@@ -363,6 +368,8 @@ async def capture_hold(
             )
         )
     entries = await _record(uow, after, delta, moves, ctx)
+    if order:  # a refund of the order restores them
+        await uow.orders.record_spent(ctx.program_id, ctx.customer_id, order, captured, ctx.now)
     return finished, entries, summarize(after, _after_takes(lots, takes))
 
 

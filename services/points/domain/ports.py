@@ -18,6 +18,7 @@ from services.points.domain.ledger import (
     Take,
 )
 from services.points.domain.program import Program
+from services.points.domain.refunds import OrderRecord, RefundRecord
 from services.points.domain.rewards import Redemption, Reward, RewardKind
 from services.points.domain.rules import EarningRule, RuleKind
 
@@ -150,6 +151,9 @@ class PointsUnitOfWork(Protocol):
     @property
     def redemptions(self) -> RedemptionRepository: ...
 
+    @property
+    def orders(self) -> OrderRepository: ...
+
     async def commit(self) -> None: ...
 
 
@@ -256,6 +260,32 @@ class RedemptionRepository(Protocol):
 
     async def request_answered(self, program_id: str, request_id: str) -> bool:
         """Whether a call in this program already committed under ``request_id``."""
+        ...
+
+
+class OrderRepository(Protocol):
+    """Orders as they earned, spent and were refunded. Callers hold the account row lock."""
+
+    async def get(self, program_id: str, customer_id: str, order_id: str) -> OrderRecord | None: ...
+
+    async def record_earned(self, order: OrderRecord, now: dt.datetime) -> None:
+        """Record the order's facts and what it earned; points spent on it are kept."""
+        ...
+
+    async def record_spent(
+        self, program_id: str, customer_id: str, order_id: str, points: int, now: dt.datetime
+    ) -> None:
+        """Add ``points`` spent on the order, recording the order when it is new."""
+        ...
+
+    async def has_refund(
+        self, program_id: str, customer_id: str, order_id: str, refund_id: str
+    ) -> bool: ...
+
+    async def record_refund(
+        self, order: OrderRecord, refund: RefundRecord, now: dt.datetime
+    ) -> None:
+        """Store ``order``'s refund state (after ``refund``) and the refund's audit row."""
         ...
 
 

@@ -11,6 +11,7 @@ from services.points.storage.ledger_repositories import (
     SqlHoldRepository,
     SqlLotRepository,
 )
+from services.points.storage.order_repositories import SqlOrderRepository
 from services.points.storage.repositories import SqlProgramRepository
 from services.points.storage.reward_repositories import (
     SqlRedemptionRepository,
@@ -37,6 +38,7 @@ class SqlPointsUnitOfWork(UnitOfWork):
     awards: SqlEventAwardRepository
     rewards: SqlRewardRepository
     redemptions: SqlRedemptionRepository
+    orders: SqlOrderRepository
     events: OutboxEventSink
 
     def __init__(
@@ -62,3 +64,4 @@ class SqlPointsUnitOfWork(UnitOfWork):
         self.awards = SqlEventAwardRepository(self.session)
         self.rewards = SqlRewardRepository(self.session)
         self.redemptions = SqlRedemptionRepository(self.session)
+        self.orders = SqlOrderRepository(self.session)
