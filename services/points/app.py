@@ -19,18 +19,19 @@ from services.points.clients.promotions import GrpcVoucherIssuer
 from services.points.clients.tiers import GrpcTierBenefits
 from services.points.settings import PointsSettings
 from services.points.storage import tables
+from services.points.storage.events import PUBLIC_EVENT_TYPES, TIER_ACTIVITY
 from services.points.storage.uow import SqlPointsUnitOfWork
 from shared.clock import Clock
 from shared.idempotency import Idempotency
 from shared.ids import IdGenerator
 from shared.leader import LeaderLease, run_while_leader
-from shared.outbox import feed
+from shared.outbox import OutboxRelay, feed
 from shared.service import Mounted, Runtime, ServiceSpec
 from shared.uow import session_factory
 
-# Background work runs on one replica at a time; a dead leader is replaced after the ttl.
+# A dead leader is replaced after about the ttl.
 LEADER_TTL = dt.timedelta(seconds=15)
-DUE_WORK_INTERVAL_SECONDS = 1.0
+BACKGROUND_INTERVAL = 1.0  # seconds between passes of due work
 
 
 def unit_of_work_factory(
@@ -46,32 +47,38 @@ async def mount(runtime: Runtime) -> Mounted:
     settings = runtime.settings
     assert isinstance(settings, PointsSettings), "mounted with the points settings class"
     uow = unit_of_work_factory(runtime.engine, runtime.clock, runtime.ids)
-    holder = f"{socket.gethostname()}:{os.getpid()}:{runtime.ids.new_id('proc')}"
-    lease = LeaderLease(
-        runtime.engine, tables.leases, "points-due-work", holder, LEADER_TTL, runtime.clock
-    )
-
-    async def due_work() -> None:
-        await run_while_leader(
-            lease,
-            partial(drain_due_work, uow, runtime.clock, runtime.ids),
-            interval=DUE_WORK_INTERVAL_SECONDS,
-        )
-
-    tiers = GrpcTierBenefits.connect(
-        settings.tiers_target,
-        api_key=settings.service_key.get_secret_value(),
-        timeout_seconds=settings.client_timeout_seconds,
-    )
+    key = settings.service_key.get_secret_value()
+    timeout = settings.client_timeout_seconds
+    tiers = GrpcTierBenefits.connect(settings.tiers_target, api_key=key, timeout_seconds=timeout)
     vouchers = GrpcVoucherIssuer.connect(
-        settings.promotions_target,
-        api_key=settings.service_key.get_secret_value(),
-        timeout_seconds=settings.client_timeout_seconds,
+        settings.promotions_target, api_key=key, timeout_seconds=timeout
     )
 
     async def close_clients() -> None:
         await tiers.close()
         await vouchers.close()
+
+    # Background work and the relay each run on one replica at a time.
+    holder = f"{socket.gethostname()}:{os.getpid()}:{runtime.ids.new_id('proc')}"
+
+    def lease(name: str) -> LeaderLease:
+        return LeaderLease(runtime.engine, tables.leases, name, holder, LEADER_TTL, runtime.clock)
+
+    relay = OutboxRelay(
+        runtime.engine,
+        tables.outbox,
+        service="points",
+        deliver=tiers.deliver_activity,
+        clock=runtime.clock,
+        event_types={TIER_ACTIVITY},
+    )
+
+    async def tier_relay() -> None:
+        await run_while_leader(lease("points-tier-relay"), relay.run, interval=BACKGROUND_INTERVAL)
+
+    async def due_work() -> None:
+        job = partial(drain_due_work, uow, runtime.clock, runtime.ids)
+        await run_while_leader(lease("points-due-work"), job, interval=BACKGROUND_INTERVAL)
 
     # The generated base class is abstract for type checkers only; at run time its
     # methods answer UNIMPLEMENTED, which is what RPCs not built yet must do.
@@ -81,14 +88,14 @@ async def mount(runtime: Runtime) -> Mounted:
         clock=runtime.clock,
         ids=runtime.ids,
         tiers=tiers,
-        events=partial(feed, runtime.engine, tables.outbox),
+        events=partial(feed, runtime.engine, tables.outbox, event_types=PUBLIC_EVENT_TYPES),
         vouchers=vouchers,
     )
     return Mounted(
         servicer=servicer,
         add_to_server=points_service_pb2_grpc.add_PointsServiceServicer_to_server,
         scopes=SCOPES,
-        background=[due_work],
+        background=[due_work, tier_relay],
         close=close_clients,
     )
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from loyalty.points.v1 import events_pb2 as pb
+from loyalty.tiers.v1 import tiers_service_pb2 as tiers_api
+from loyalty.type.v1 import customer_pb2
 from services.points.api.ledger_mapping import entry_to_proto
 from services.points.api.mapping import program_to_proto
-from services.points.domain.ledger import Entry
+from services.points.domain.ledger import Entry, TierActivity
 from services.points.domain.program import Program
 from services.points.storage.events import EventEncoders
 from shared.outbox import OutboxRecord
@@ -28,7 +30,24 @@ def encode_program(program: Program) -> bytes:
     return event.SerializeToString()
 
 
-ENCODERS = EventEncoders(entry=encode_entry, program=encode_program)
+def encode_activity(activity: TierActivity) -> bytes:
+    """The tiers RecordActivity request itself; the relay adds the outbox event id as
+    its request_id, so a redelivery is the same request."""
+    request = tiers_api.RecordActivityRequest(
+        customer=customer_pb2.CustomerRef(
+            program_id=activity.program_id, customer_id=activity.customer_id
+        ),
+        points=activity.points,
+        occurred_at=to_timestamp(activity.occurred_at),
+        source_id=activity.source_id,
+    )
+    if activity.spend_minor:
+        request.spend.currency_code = activity.currency_code
+        request.spend.amount_minor = activity.spend_minor
+    return request.SerializeToString()
+
+
+ENCODERS = EventEncoders(entry=encode_entry, program=encode_program, activity=encode_activity)
 
 
 def event_from_record(record: OutboxRecord) -> pb.PointsEvent:

@@ -26,7 +26,16 @@ from services.points.domain.earning import (
     TierBenefits,
     needs_tier_benefits,
 )
-from services.points.domain.ledger import Account, Balance, Delta, Entry, EntryType, Lot, summarize
+from services.points.domain.ledger import (
+    Account,
+    Balance,
+    Delta,
+    Entry,
+    EntryType,
+    Lot,
+    TierActivity,
+    summarize,
+)
 from services.points.domain.ports import PointsUnitOfWork, TierBenefitsSource
 from services.points.domain.program import Program
 from services.points.domain.refunds import OrderedLine, OrderRecord
@@ -241,6 +250,17 @@ async def earn_for_order(
     # Recorded even when nothing was earned: points spent on the order may be restored
     # later, and partial refunds need the amount and the lines.
     await uow.orders.record_earned(_order_record(ctx, order, entries, lots), ctx.now)
+    await uow.events.tier_activity(
+        TierActivity(
+            program_id=ctx.program_id,
+            customer_id=ctx.customer_id,
+            source_id=f"order:{order.order_id}",
+            occurred_at=order.occurred_at,
+            points=sum(entry.points for entry in entries),
+            spend_minor=order.amount.amount_minor,
+            currency_code=order.amount.currency_code,
+        )
+    )
     return earning, entries, summarize(account, lots)
 
 
@@ -293,6 +313,17 @@ async def record_event(
     )
     awarded = {c.rule_id for c in earning.contributions if c.kind is RuleKind.CUSTOM_EVENT}
     await uow.awards.add([entry for entry in entries if entry.rule_id in awarded])
+    await uow.events.tier_activity(
+        TierActivity(
+            program_id=ctx.program_id,
+            customer_id=ctx.customer_id,
+            # The first entry's id is unique to this event's earning (request ids are
+            # only unique per program and per retention window).
+            source_id=f"event:{entries[0].entry_id}",
+            occurred_at=event.occurred_at,
+            points=sum(entry.points for entry in entries),
+        )
+    )
     return earning, entries, await _balance(uow, account)
 
 

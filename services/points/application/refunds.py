@@ -17,7 +17,9 @@ who spent an order's earned points on the same order has exactly what to give ba
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 from services.points.application import ledger
 from services.points.application.programs import program_not_found
@@ -29,6 +31,7 @@ from services.points.domain.ledger import (
     EntryType,
     Lot,
     Take,
+    TierActivity,
     allocate,
     before,
     customer_not_found,
@@ -40,11 +43,13 @@ from services.points.domain.program import Program
 from services.points.domain.refunds import (
     Clawback,
     OrderRecord,
+    RefundPlan,
     RefundRecord,
     RefundScope,
     check_refund_currency,
     order_not_found,
     plan_refund,
+    raw_share,
     refund_already_applied,
     split_clawback,
 )
@@ -112,6 +117,7 @@ async def reverse_order(
         request_id=ctx.request_id,
     )
     await uow.orders.record_refund(replace(order, refunded=settled), record, ctx.now)
+    await uow.events.tier_activity(_refund_activity(ctx, order, refund, plan, clawback))
     lots = await uow.lots.open_lots(ctx.program_id, ctx.customer_id)
     return RefundOutcome(clawback, plan.restore, entries, summarize(account, lots), settled.full)
 
@@ -189,4 +195,32 @@ def _pending_lot(lots: list[Lot], lot_id: str | None) -> Lot | None:
     """The order's lot if its points are still pending (activation makes them available)."""
     return next(
         (lot for lot in lots if lot.lot_id == lot_id and lot.available_at is not None), None
+    )
+
+
+def _refund_digest(refund: Refund) -> str:
+    # Order and refund ids are up to 128 characters each; a source id is at most 200.
+    return hashlib.sha256(f"{refund.order_id}\0{refund.refund_id}".encode()).hexdigest()
+
+
+def _refund_activity(
+    ctx: ledger.Context, order: OrderRecord, refund: Refund, plan: RefundPlan, clawback: Clawback
+) -> TierActivity:
+    """What the refund takes off the customer's qualifying activity: the points the
+    refunded share earned (recovered or not) and, when the amount is known, the money —
+    as the difference of rounded cumulative targets, so the refunds of an order add up to
+    exactly its amount."""
+    spend = 0
+    if order.amount is not None:
+        before = min(raw_share(order, order.refunded), Fraction(1))
+        total = order.amount.amount_minor
+        spend = round(total * plan.share) - round(total * before)
+    return TierActivity(
+        program_id=ctx.program_id,
+        customer_id=ctx.customer_id,
+        source_id=f"refund:{_refund_digest(refund)}",
+        occurred_at=ctx.now,
+        points=-(clawback.taken + clawback.not_recovered),
+        spend_minor=-spend,
+        currency_code=order.amount.currency_code if order.amount is not None else "",
     )

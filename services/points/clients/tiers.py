@@ -9,6 +9,8 @@ and bounds each call with the client deadline.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from grpc import aio
 
@@ -18,6 +20,7 @@ from loyalty.type.v1 import customer_pb2
 from services.points.domain.earning import TierBenefits
 from shared.errors import Unavailable
 from shared.grpc.clients import create_channel
+from shared.outbox import OutboxRecord
 
 
 class GrpcTierBenefits:
@@ -53,6 +56,23 @@ class GrpcTierBenefits:
             earning_multiplier_bps=tier.benefits.earning_multiplier_bps,
             event_multiplier_bps=dict(tier.benefits.event_multiplier_bps),
         )
+
+    async def deliver_activity(self, records: Sequence[OutboxRecord]) -> None:
+        """The outbox relay's delivery: each record's payload is a RecordActivityRequest.
+
+        The event id becomes the request id, so a redelivery (after a crash between the
+        call and the relay's bookkeeping) is the same request and tiers replays it. A
+        program without a tier ladder has nothing to count: delivered. Any other failure
+        raises, and the relay retries the same batch with backoff — nothing is skipped.
+        """
+        for record in records:
+            request = tiers_api.RecordActivityRequest.FromString(record.payload)
+            request.request_id = record.event_id
+            try:
+                await self._stub.RecordActivity(request)
+            except aio.AioRpcError as error:
+                if error.code() is not grpc.StatusCode.NOT_FOUND:
+                    raise
 
     async def close(self) -> None:
         await self._channel.close()

@@ -151,6 +151,20 @@ class Balance:
 
 
 @dataclass(frozen=True)
+class TierActivity:
+    """What the tiers service must hear about: points earned (or taken back) and money
+    spent (or refunded). ``source_id`` is unique per fact, so delivery is idempotent."""
+
+    program_id: str
+    customer_id: str
+    source_id: str
+    occurred_at: dt.datetime
+    points: int
+    spend_minor: int = 0
+    currency_code: str = ""
+
+
+@dataclass(frozen=True)
 class Take:
     lot_id: str
     points: int

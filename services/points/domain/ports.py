@@ -16,6 +16,7 @@ from services.points.domain.ledger import (
     HoldState,
     Lot,
     Take,
+    TierActivity,
 )
 from services.points.domain.program import Program
 from services.points.domain.refunds import OrderRecord, RefundRecord
@@ -118,6 +119,10 @@ class EventSink(Protocol):
     async def entries_appended(self, entries: Sequence[Entry]) -> None: ...
 
     async def program_changed(self, program: Program) -> None: ...
+
+    async def tier_activity(self, activity: TierActivity) -> None:
+        """Queue qualifying activity for the tiers service (delivered by the relay)."""
+        ...
 
 
 class PointsUnitOfWork(Protocol):

@@ -11,18 +11,23 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.points.domain.ledger import Entry
+from services.points.domain.ledger import Entry, TierActivity
 from services.points.domain.program import Program
 from shared.outbox import NewEvent, OutboxWriter
 
 LEDGER_ENTRY_APPENDED = "ledger_entry_appended"
 PROGRAM_CHANGED = "program_changed"
+# Not part of WatchEvents: the relay's work for the tiers service.
+TIER_ACTIVITY = "tier_activity"
+# What WatchEvents streams: payloads that are PointsEvent messages.
+PUBLIC_EVENT_TYPES = frozenset({LEDGER_ENTRY_APPENDED, PROGRAM_CHANGED})
 
 
 @dataclass(frozen=True)
 class EventEncoders:
     entry: Callable[[Entry], bytes]
     program: Callable[[Program], bytes]
+    activity: Callable[[TierActivity], bytes]
 
 
 class OutboxEventSink:
@@ -58,4 +63,16 @@ class OutboxEventSink:
             customer_id=None,
             payload=self._encoders.program(program),
             occurred_at=program.updated_at,
+        )
+
+    async def tier_activity(self, activity: TierActivity) -> None:
+        if activity.points == 0 and activity.spend_minor == 0:
+            return  # nothing a tier could count
+        await self._writer.add(
+            self._session,
+            event_type=TIER_ACTIVITY,
+            program_id=activity.program_id,
+            customer_id=activity.customer_id,
+            payload=self._encoders.activity(activity),
+            occurred_at=activity.occurred_at,
         )
