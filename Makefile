@@ -32,5 +32,8 @@ lint: $(STAMP) node_modules/.installed-stamp   ## buf lint, ruff, mypy
 gen: $(STAMP)            ## regenerate Python code from proto/ (commit the result)
 	$(PY) tools/gen_protos.py
 
+bench: $(STAMP)          ## benchmark on PostgreSQL against same-run baselines (BENCH_ARGS="--duration 5")
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) node_modules .loyalty-data .pytest_cache .mypy_cache .ruff_cache
