@@ -25,7 +25,7 @@ from shared.clock import Clock
 from shared.idempotency import Idempotency
 from shared.ids import IdGenerator
 from shared.leader import LeaderLease, run_while_leader
-from shared.outbox import OutboxRelay, feed
+from shared.outbox import OutboxRelay, feed, prune
 from shared.service import Mounted, Runtime, ServiceSpec
 from shared.uow import session_factory
 
@@ -76,9 +76,15 @@ async def mount(runtime: Runtime) -> Mounted:
     async def tier_relay() -> None:
         await run_while_leader(lease("points-tier-relay"), relay.run, interval=BACKGROUND_INTERVAL)
 
+    retention = dt.timedelta(days=settings.event_retention_days)
+
+    async def due_pass() -> None:
+        await drain_due_work(uow, runtime.clock, runtime.ids)
+        # Undelivered events are never pruned: the relay still owes them to tiers.
+        await prune(runtime.engine, tables.outbox, before=runtime.clock.now() - retention)
+
     async def due_work() -> None:
-        job = partial(drain_due_work, uow, runtime.clock, runtime.ids)
-        await run_while_leader(lease("points-due-work"), job, interval=BACKGROUND_INTERVAL)
+        await run_while_leader(lease("points-due-work"), due_pass, interval=BACKGROUND_INTERVAL)
 
     # The generated base class is abstract for type checkers only; at run time its
     # methods answer UNIMPLEMENTED, which is what RPCs not built yet must do.

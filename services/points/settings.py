@@ -18,3 +18,8 @@ class PointsSettings(ClientSettings):
     promotions_target: str = Field(
         description="gRPC target of the promotions service, e.g. dns:///promotions:50052"
     )
+    event_retention_days: int = Field(
+        7,
+        ge=1,
+        description="How long delivered events stay readable by WatchEvents before pruning.",
+    )

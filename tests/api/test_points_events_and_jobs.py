@@ -197,3 +197,28 @@ async def test_points_expire_on_time_with_a_ledger_entry(stub, points, program_i
         await assert_ledger_consistent(engine)
     finally:
         await engine.dispose()
+
+
+async def test_old_delivered_events_are_pruned_and_old_cursors_told_so(
+    stub, points, program_id, clock
+):
+    customer = customer_pb2.CustomerRef(program_id=program_id, customer_id="pruned")
+    for _ in range(3):
+        request = api.AdjustRequest(request_id=rid(), customer=customer, points=1, reason="x")
+        await stub.Adjust(request, metadata=points.md())
+    [first] = await asyncio.wait_for(collect(stub, points, 1, program_id=program_id), 10)
+    clock.advance(dt.timedelta(days=8))  # past the 7-day default retention
+
+    async def pruned() -> bool:
+        # A consumer that saved its position at the first event and comes back later.
+        stale = api.WatchEventsRequest(after_sequence=first.sequence)
+        call = stub.WatchEvents(stale, metadata=points.md("reader"))
+        try:
+            await asyncio.wait_for(call.read(), 2)
+        except aio.AioRpcError as error:
+            return rich_error(error).info.reason == "SEQUENCE_PRUNED"
+        finally:
+            call.cancel()
+        return False
+
+    await eventually(pruned)
