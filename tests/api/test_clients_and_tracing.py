@@ -72,7 +72,13 @@ async def test_one_trace_spans_client_server_and_sql(points, keys, spans):
             )
     finally:
         await channel.close()
-    finished = spans.get_finished_spans()
+    # The server ends its span just after sending the status: wait for it to arrive.
+    for _ in range(100):
+        finished = spans.get_finished_spans()
+        kinds = {s.kind for s in finished if "GetProgram" in s.name}
+        if {SpanKind.CLIENT, SpanKind.SERVER} <= kinds:
+            break
+        await asyncio.sleep(0.02)
     client = next(s for s in finished if s.kind == SpanKind.CLIENT and "GetProgram" in s.name)
     server = next(s for s in finished if s.kind == SpanKind.SERVER and "GetProgram" in s.name)
     trace_id = client.context.trace_id
