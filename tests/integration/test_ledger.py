@@ -177,6 +177,7 @@ async def test_partial_capture_releases_the_remainder(engine, program, customer,
             lambda uow: ledger.capture_hold(uow, ctx(program, customer, clock), hold.hold_id, 81),
         )
     assert too_much.value.reason == "CAPTURE_EXCEEDS_HOLD"
+    assert too_much.value.metadata == {"held": "80"}
     captured, entries, balance = await in_uow(
         engine,
         lambda uow: ledger.capture_hold(uow, ctx(program, customer, clock), hold.hold_id, 30),
@@ -244,4 +245,30 @@ async def test_negative_adjustments_never_overdraw(engine, program, customer, cl
     entry, balance = await credit(engine, program, customer, clock, -5)
     assert entry.type is EntryType.ADJUST
     assert balance.account.available == 0
+    await assert_ledger_consistent(engine)
+
+
+async def test_a_capture_cannot_move_a_hold_to_another_order(engine, program, customer, clock):
+    await credit(engine, program, customer, clock, 20)
+    hold, _, _ = await in_uow(
+        engine,
+        lambda uow: ledger.hold_points(
+            uow, ctx(program, customer, clock), 10, dt.timedelta(minutes=5), "till", "order-1"
+        ),
+    )
+    with pytest.raises(InvalidArgument) as mismatch:
+        await in_uow(
+            engine,
+            lambda uow: ledger.capture_hold(
+                uow, ctx(program, customer, clock), hold.hold_id, None, "order-2"
+            ),
+        )
+    assert mismatch.value.reason == "ORDER_MISMATCH"
+    captured, _, _ = await in_uow(
+        engine,
+        lambda uow: ledger.capture_hold(
+            uow, ctx(program, customer, clock), hold.hold_id, None, "order-1"
+        ),
+    )
+    assert captured.order_id == "order-1"
     await assert_ledger_consistent(engine)

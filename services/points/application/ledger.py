@@ -28,7 +28,7 @@ from services.points.domain.ledger import (
 )
 from services.points.domain.ports import PointsUnitOfWork
 from services.points.domain.program import Program
-from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from shared.ids import IdGenerator
 
 
@@ -310,8 +310,12 @@ async def _finish_hold(
     if state is HoldState.CAPTURED:
         _refuse_finished(hold, ctx.now)
         if captured > hold.points:
-            raise InvalidArgument.for_field(
-                "points", f"exceeds the {hold.points} points held", "CAPTURE_EXCEEDS_HOLD"
+            description = f"exceeds the {hold.points} points held"
+            raise InvalidArgument(
+                f"points: {description}",
+                reason="CAPTURE_EXCEEDS_HOLD",
+                violations=[FieldViolation("points", description, "CAPTURE_EXCEEDS_HOLD")],
+                metadata={"held": str(hold.points)},
             )
     finished = await uow.holds.finish(
         hold,
@@ -334,6 +338,10 @@ async def capture_hold(
     hold = await uow.holds.get(ctx.program_id, ctx.customer_id, hold_id)
     if hold is None:
         raise hold_not_found(hold_id)
+    if order_id and hold.order_id and order_id != hold.order_id:
+        raise InvalidArgument.for_field(
+            "order_id", f"must equal the hold's order id {hold.order_id}", "ORDER_MISMATCH"
+        )
     captured = hold.points if points is None else points
     finished = await _finish_hold(uow, ctx, hold, HoldState.CAPTURED, captured)
     remainder = finished.points - captured

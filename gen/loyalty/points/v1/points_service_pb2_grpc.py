@@ -348,7 +348,7 @@ class PointsServiceServicer:
         Errors: NOT_FOUND `HOLD_NOT_FOUND` (also when the hold belongs to another customer,
         metadata `hold_id`); FAILED_PRECONDITION `HOLD_EXPIRED`, `HOLD_RELEASED`,
         `HOLD_ALREADY_CAPTURED`; INVALID_ARGUMENT `CAPTURE_EXCEEDS_HOLD` (metadata `held`),
-        `REQUEST_ID_REUSED`.
+        `ORDER_MISMATCH` (`order_id` differs from the hold's), `REQUEST_ID_REUSED`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

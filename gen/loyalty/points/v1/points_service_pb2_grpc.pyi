@@ -152,7 +152,7 @@ class PointsServiceStub:
     Errors: NOT_FOUND `HOLD_NOT_FOUND` (also when the hold belongs to another customer,
     metadata `hold_id`); FAILED_PRECONDITION `HOLD_EXPIRED`, `HOLD_RELEASED`,
     `HOLD_ALREADY_CAPTURED`; INVALID_ARGUMENT `CAPTURE_EXCEEDS_HOLD` (metadata `held`),
-    `REQUEST_ID_REUSED`.
+    `ORDER_MISMATCH` (`order_id` differs from the hold's), `REQUEST_ID_REUSED`.
     """
     ReleaseHold: _grpc.UnaryUnaryMultiCallable[_points_service_pb2.ReleaseHoldRequest, _points_service_pb2.ReleaseHoldResponse]
     """Releases an active hold: its points are available again. Releasing a hold that is
@@ -376,7 +376,7 @@ class PointsServiceAsyncStub(PointsServiceStub):
     Errors: NOT_FOUND `HOLD_NOT_FOUND` (also when the hold belongs to another customer,
     metadata `hold_id`); FAILED_PRECONDITION `HOLD_EXPIRED`, `HOLD_RELEASED`,
     `HOLD_ALREADY_CAPTURED`; INVALID_ARGUMENT `CAPTURE_EXCEEDS_HOLD` (metadata `held`),
-    `REQUEST_ID_REUSED`.
+    `ORDER_MISMATCH` (`order_id` differs from the hold's), `REQUEST_ID_REUSED`.
     """
     ReleaseHold: _aio.UnaryUnaryMultiCallable[_points_service_pb2.ReleaseHoldRequest, _points_service_pb2.ReleaseHoldResponse]  # type: ignore[assignment]
     """Releases an active hold: its points are available again. Releasing a hold that is
@@ -675,7 +675,7 @@ class PointsServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: NOT_FOUND `HOLD_NOT_FOUND` (also when the hold belongs to another customer,
         metadata `hold_id`); FAILED_PRECONDITION `HOLD_EXPIRED`, `HOLD_RELEASED`,
         `HOLD_ALREADY_CAPTURED`; INVALID_ARGUMENT `CAPTURE_EXCEEDS_HOLD` (metadata `held`),
-        `REQUEST_ID_REUSED`.
+        `ORDER_MISMATCH` (`order_id` differs from the hold's), `REQUEST_ID_REUSED`.
         """
 
     @_abc_1.abstractmethod
