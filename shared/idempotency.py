@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -34,6 +35,14 @@ M = TypeVar("M", bound=Message)
 U = TypeVar("U", bound=UnitOfWork)
 
 MAX_REQUEST_ID_LENGTH = 128
+
+# Whether the last ``Idempotency.run`` in this task replayed a stored outcome: callers
+# that apply many items (a backlog upload) count duplicates with it.
+_replayed: ContextVar[bool] = ContextVar("idempotency_replayed", default=False)
+
+
+def last_run_replayed() -> bool:
+    return _replayed.get()
 
 
 def idempotency_table(metadata: sa.MetaData) -> sa.Table:
@@ -104,6 +113,7 @@ class Idempotency:
         the same transaction; a request that finds any of them taken replays that outcome.
         """
         validate_request_id(request_id)
+        _replayed.set(False)
         digest = fingerprint(request)
         keys = [NaturalKey(scope, request_id, "request_id"), *natural_keys]
         async with uow:
@@ -180,6 +190,7 @@ class Idempotency:
         field: str = "request_id",
     ) -> M:
         stored_method, stored_digest, payload = stored
+        _replayed.set(True)
         if stored_method != method or stored_digest != digest:
             raise InvalidArgument(
                 f"{field} was already used for a different request",

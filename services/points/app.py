@@ -86,9 +86,7 @@ async def mount(runtime: Runtime) -> Mounted:
     async def due_work() -> None:
         await run_while_leader(lease("points-due-work"), due_pass, interval=BACKGROUND_INTERVAL)
 
-    # The generated base class is abstract for type checkers only; at run time its
-    # methods answer UNIMPLEMENTED, which is what RPCs not built yet must do.
-    servicer = PointsServicer(  # type: ignore[abstract]
+    servicer = PointsServicer(
         uow=uow,
         idempotency=Idempotency(tables.idempotency_keys, runtime.clock),
         clock=runtime.clock,

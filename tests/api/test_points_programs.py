@@ -96,13 +96,6 @@ async def test_a_key_limited_to_other_programs_cannot_read_this_one(stub, points
     assert program.program_id not in {p.program_id for p in listed.programs}
 
 
-async def test_rpcs_not_built_yet_are_unimplemented_not_faked(stub, points):
-    call = stub.IngestBacklog(iter(()), metadata=points.md("pos"))
-    error = rich_error(await failure(call))
-    assert error.code == grpc.StatusCode.UNIMPLEMENTED
-    assert error.info.reason == "NOT_IMPLEMENTED"
-
-
 # -- validation ---------------------------------------------------------------------------
 
 

@@ -158,3 +158,16 @@ async def test_stop_drains_in_flight_calls_and_refuses_new_ones(sqlite_url, keys
         servicer.release.set()
         assert isinstance(await in_flight, api.GetCustomerTierResponse)
         await stopping
+
+
+async def test_rpcs_of_a_service_not_built_yet_are_unimplemented_not_faked(tmp_path, keys):
+    from services.tiers.app import SPEC as TIERS
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tiers.db'}"
+    async with running_service(TIERS, url, keys) as tiers:
+        stub = grpc_api.TierServiceStub(tiers.channel)
+        with pytest.raises(aio.AioRpcError) as failed:
+            await stub.GetCustomerTier(api.GetCustomerTierRequest(), metadata=tiers.md("reader"))
+    error = rich_error(failed.value)
+    assert error.code == grpc.StatusCode.UNIMPLEMENTED
+    assert error.info.reason == "NOT_IMPLEMENTED"

@@ -12,6 +12,7 @@ from grpc import aio
 
 from loyalty.points.v1 import points_service_pb2 as api
 from loyalty.points.v1 import points_service_pb2_grpc
+from services.points.api.backlog_rpc import BacklogRpc
 from services.points.api.earning_rpc import EarningRpc
 from services.points.api.events import event_from_record
 from services.points.api.ledger_rpc import LedgerRpc
@@ -68,6 +69,7 @@ IMMUTABLE_PROGRAM_FIELDS = frozenset({"program_id", "currency_code", "created_at
 
 # RefundsRpc and RewardsRpc extend LedgerRpc (they reuse its helpers), so they come first.
 class PointsServicer(
+    BacklogRpc,
     EarningRpc,
     RefundsRpc,
     RewardsRpc,
