@@ -92,6 +92,10 @@ class PolicyInterceptor(aio.ServerInterceptor):
                 reason="OVERLOADED",
                 retry_after_seconds=0.5,
             )
+        return self._caller(method, context)
+
+    def _caller(self, method: str, context: aio.ServicerContext[Any, Any]) -> auth.Principal:
+        """Who is calling, if the key is valid and holds a scope ``method`` accepts."""
         principal = self._authenticator.authenticate(context.invocation_metadata())
         self._authenticator.authorize(principal, self._scopes.get(method, auth.ADMIN))
         return principal
@@ -168,12 +172,9 @@ class PolicyInterceptor(aio.ServerInterceptor):
                 admitted = True
                 self._in_flight += 1
                 self._observer.inc()
-                token = auth.current_principal.set(principal)
-                try:
+                with auth.use_principal(principal):
                     result = behavior(request, context)
                     return await result if inspect.isawaitable(result) else result
-                finally:
-                    auth.current_principal.reset(token)
             except BaseException as exc:
                 code = self._code_of(exc, context)
                 if isinstance(exc, Exception) and not isinstance(exc, aio.AbortError):
@@ -194,18 +195,13 @@ class PolicyInterceptor(aio.ServerInterceptor):
             started = time.perf_counter()
             code = "OK"
             try:
-                principal = self._authenticator.authenticate(context.invocation_metadata())
-                self._authenticator.authorize(principal, self._scopes.get(method, auth.ADMIN))
-                token = auth.current_principal.set(principal)
-                try:
+                with auth.use_principal(self._caller(method, context)):
                     result = behavior(request, context)
                     if inspect.isasyncgen(result):
                         async for item in result:
                             yield item
                     else:
                         await result
-                finally:
-                    auth.current_principal.reset(token)
             except BaseException as exc:
                 code = self._code_of(exc, context)
                 if isinstance(exc, Exception) and not isinstance(exc, aio.AbortError):

@@ -19,7 +19,6 @@ from services.points.domain.rules import (
     RuleState,
     TierMultiplierRule,
     TimeWindowMultiplierRule,
-    active_tier_multiplier_rule,
     archive,
     revise,
     validate_rule,
@@ -346,11 +345,3 @@ def test_an_archived_rule_can_no_longer_be_updated():
         revise(archived, CREATED, display_name="Back again")
     assert raised.value.reason == "RULE_ARCHIVED"
     assert raised.value.metadata == {"rule_id": "rul_9"}
-
-
-def test_a_program_has_at_most_one_active_tier_multiplier_rule_to_find():
-    tier = TierMultiplierRule(scope=MultiplierScope.ORDERS_AND_EVENTS)
-    old = archive(rule(tier, rule_id="rul_old"), CREATED)
-    current = rule(tier, rule_id="rul_new")
-    assert active_tier_multiplier_rule([rule(ONE_POINT_PER_EURO), old, current]) == current
-    assert active_tier_multiplier_rule([rule(ONE_POINT_PER_EURO), old]) is None

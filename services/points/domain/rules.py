@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 from zoneinfo import ZoneInfo
@@ -249,14 +248,6 @@ def rule_archived(rule: EarningRule) -> FailedPrecondition:
         f"The earning rule '{rule.display_name}' is archived and can no longer be changed.",
         reason="RULE_ARCHIVED",
         metadata={"rule_id": rule.rule_id},
-    )
-
-
-def active_tier_multiplier_rule(rules: Iterable[EarningRule]) -> EarningRule | None:
-    """The program's active tier multiplier rule (a program has at most one)."""
-    return next(
-        (r for r in rules if r.is_active and r.kind is RuleKind.TIER_MULTIPLIER),
-        None,
     )
 
 
